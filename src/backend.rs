@@ -231,6 +231,12 @@ pub enum BackendEvent {
         /// Amount held, msat.
         amount_msat: u64,
     },
+    /// A hold invoice's held payment reached its claim deadline and the backend failed it
+    /// back; the invoice can no longer be settled.
+    HeldPaymentTimedOut {
+        /// Payment hash.
+        payment_hash: Hash32,
+    },
     /// An invoice was paid and settled.
     InvoiceSettled {
         /// Payment hash.
@@ -393,6 +399,9 @@ fn to_backend_event(e: Event) -> BackendEvent {
         } => BackendEvent::InvoiceAccepted {
             payment_hash: Hash32(payment_hash.0),
             amount_msat,
+        },
+        Event::HeldPaymentTimedOut { payment_hash, .. } => BackendEvent::HeldPaymentTimedOut {
+            payment_hash: Hash32(payment_hash.0),
         },
         Event::PaymentReceived {
             payment_hash,

@@ -12,6 +12,12 @@ use crate::node::chain::ChainSourceConfig;
 /// Default per-channel on-chain reserve for fee-bumping anchor channels, in sat.
 pub const DEFAULT_ANCHOR_RESERVE_SAT: u64 = 25_000;
 
+/// Default blocks a hold invoice's payer must leave between the chain tip and the HTLC's expiry
+/// (the invoice's `min_final_cltv_expiry_delta`): 144 blocks, about a day. The node fails a held
+/// payment back about 24 blocks before that expiry, so the merchant has roughly 20 hours (more
+/// when the payer adds a random CLTV offset) to settle or cancel it.
+pub const DEFAULT_HOLD_CLTV_EXPIRY_DELTA: u16 = 144;
+
 /// Everything a [`crate::Node`] is built from. Use [`crate::Builder`] to fill it.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -29,6 +35,9 @@ pub struct Config {
     pub anchor_reserve_per_channel_sat: u64,
     /// Whether spontaneous (keysend) payments are accepted.
     pub accept_keysend: bool,
+    /// Final CLTV expiry delta of hold invoices, in blocks: how long a held payment can wait
+    /// for the merchant's decision (see [`DEFAULT_HOLD_CLTV_EXPIRY_DELTA`]).
+    pub hold_cltv_expiry_delta: u16,
     /// How often the chain is polled and the wallet synced.
     pub sync_interval: Duration,
     /// How often fee estimates are refreshed.

@@ -460,6 +460,9 @@ impl Core {
                     .on_accepted(*payment_hash, *amount_msat)
                     .await?;
             }
+            BackendEvent::HeldPaymentTimedOut { payment_hash } => {
+                self.invoices.on_hold_timed_out(*payment_hash)?;
+            }
             BackendEvent::InvoiceSettled {
                 payment_hash,
                 amount_msat,

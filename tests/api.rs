@@ -985,9 +985,15 @@ async fn rest_api_against_regtest_instance() {
     // A 2 MiB body: the server answers 413 without reading the body and closes the connection,
     // so the client either reads the 413 or, when it was still writing, sees the connection
     // closed under it. Either way the body is refused and the server keeps serving.
+    // The oversized request goes through its own unpooled client: the connection the server
+    // closes must not go back into the shared pool, where the next request would pick it up
+    // and fail with `IncompleteMessage` (seen in CI).
     let huge = format!("{{\"description\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
-    let sent = t
-        .http
+    let one_shot = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let sent = one_shot
         .post(format!("{}/v1/invoices", t.url))
         .bearer_auth(&admin)
         .header("content-type", "application/json")

@@ -491,6 +491,60 @@ fn hold_invoices_settled_and_cancelled() {
     let held = events_of(&m, &h2.id);
     assert_eq!(held[1].payload["amount_sats"], 30_000);
 
+    // Held past the claim deadline: the node fails the payment back before the HTLC could
+    // force a channel close, and the invoice closes as cancelled; the payer sees the failure.
+    let h3 = tokio
+        .block_on(
+            svc.create(
+                NewInvoice::new(InvoiceAmount::Sats(25_000), "hold: forgotten")
+                    .hold(HoldPreimage::Generate),
+            ),
+        )
+        .unwrap();
+    let hash3 = a.pay_invoice(&h3.bolt11, None, None).unwrap();
+    wait_status(&m, &h3.id, InvoiceStatus::Accepted);
+    let mut mined = 0;
+    while status(&m, &h3.id) == InvoiceStatus::Accepted {
+        assert!(mined < 600, "still accepted after {mined} blocks");
+        rt.mine_and_sync(10, &[&m_node, &a]);
+        mined += 10;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("[hold] failed back after {mined} blocks");
+    // The merchant had at least the hold delta (144 blocks by default) minus LDK's fail-back
+    // buffer (24 blocks) to decide.
+    assert!(mined >= 120, "failed back after only {mined} blocks");
+    assert_eq!(status(&m, &h3.id), InvoiceStatus::Cancelled);
+    match expect_event(&a, T, |e| {
+        matches!(
+            e,
+            Event::PaymentSuccessful { .. } | Event::PaymentFailed { .. }
+        )
+    }) {
+        Event::PaymentFailed { payment_hash, .. } => assert_eq!(payment_hash, Some(hash3)),
+        other => panic!("payer should see a failure: {other:?}"),
+    }
+    let record = m_node
+        .payment(&PaymentHash(h3.payment_hash.0))
+        .unwrap()
+        .expect("merchant's record");
+    assert_eq!(record.status, lightkeeper::PaymentStatus::Failed);
+    assert!(matches!(
+        tokio.block_on(svc.settle(&h3.id)),
+        Err(InvoiceError::InvalidState {
+            status: InvoiceStatus::Cancelled,
+            ..
+        })
+    ));
+    assert_eq!(
+        types(&events_of(&m, &h3.id)),
+        ["invoice_created", "invoice_accepted", "invoice_cancelled"]
+    );
+    assert!(
+        m_node.list_channels().iter().all(|c| c.is_usable),
+        "the channel survives the timeout"
+    );
+
     tokio.block_on(m.stop());
 }
 

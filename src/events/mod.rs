@@ -56,7 +56,8 @@ pub enum DomainEvent {
     InvoiceAccepted(InvoiceEventData),
     /// An invoice was paid and settled.
     PaymentReceived(InvoiceEventData),
-    /// An invoice was cancelled by the merchant.
+    /// An invoice was cancelled: by the merchant, or by the node when a held payment reached
+    /// its claim deadline unsettled (the payer's payment then fails).
     InvoiceCancelled(InvoiceEventData),
     /// An invoice expired unpaid.
     InvoiceExpired(InvoiceEventData),

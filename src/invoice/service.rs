@@ -450,6 +450,38 @@ impl InvoiceService {
         }
     }
 
+    /// Applies the backend's "held payment timed out" for `payment_hash`: the merchant did not
+    /// settle or cancel an `accepted` invoice before the HTLC's claim deadline, so the backend
+    /// failed the payment back. The invoice moves `accepted` -> `cancelled` with an
+    /// `invoice_cancelled` event (the payer's wallet reports the payment failed). Idempotent;
+    /// any other state is left alone. Returns the invoice, or `None` if the hash is not one of
+    /// this service's invoices.
+    ///
+    /// # Errors
+    /// [`InvoiceError::Storage`].
+    pub fn on_hold_timed_out(&self, payment_hash: Hash32) -> Result<Option<Invoice>, InvoiceError> {
+        let Some(inv) = self.by_payment_hash(&payment_hash)? else {
+            return Ok(None);
+        };
+        let now = now_unix();
+        let out = self.transition(
+            &inv.id,
+            &[InvoiceStatus::Accepted],
+            InvoiceStatus::Cancelled,
+            |i| i.closed_at = Some(now),
+        )?;
+        match out {
+            Outcome::Applied(i) => {
+                log::warn!(
+                    "invoice {}: its held payment reached the claim deadline unsettled; cancelled",
+                    i.id
+                );
+                Ok(Some(i))
+            }
+            Outcome::Unchanged(i) | Outcome::Refused(i) => Ok(Some(i)),
+        }
+    }
+
     /// Applies the backend's "invoice paid" for `payment_hash`: -> `settled`, recording the
     /// amount received, with a `payment_received` event carrying its fiat value. Idempotent: a
     /// replay appends nothing. Returns the invoice, or `None` if the hash is not one of this

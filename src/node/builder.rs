@@ -47,6 +47,12 @@ use crate::Error;
 /// The mnemonic file's name inside the storage directory.
 pub const MNEMONIC_FILE_NAME: &str = "mnemonic";
 
+/// Smallest hold-invoice CLTV delta accepted: LDK's own minimum final delta plus headroom.
+const MIN_HOLD_CLTV_EXPIRY_DELTA: u16 = 36;
+/// Largest hold-invoice CLTV delta accepted (a week): payers cap a route's total CLTV delta at
+/// 2016 blocks, and the hops before us need their share of it.
+const MAX_HOLD_CLTV_EXPIRY_DELTA: u16 = 1008;
+
 /// Builds a [`Node`].
 ///
 /// ```no_run
@@ -71,6 +77,7 @@ pub struct Builder {
     user_config: Option<UserConfig>,
     anchor_reserve_per_channel_sat: u64,
     accept_keysend: bool,
+    hold_cltv_expiry_delta: u16,
     sync_interval: Duration,
     fee_update_interval: Duration,
     monitor_replication: Option<crate::tower::ReplicationConfig>,
@@ -96,6 +103,7 @@ impl Builder {
             user_config: None,
             anchor_reserve_per_channel_sat: DEFAULT_ANCHOR_RESERVE_SAT,
             accept_keysend: true,
+            hold_cltv_expiry_delta: crate::config::DEFAULT_HOLD_CLTV_EXPIRY_DELTA,
             sync_interval: Duration::from_secs(30),
             fee_update_interval: Duration::from_secs(300),
             monitor_replication: None,
@@ -169,6 +177,14 @@ impl Builder {
         self.accept_keysend = accept;
         self
     }
+    /// Final CLTV expiry delta of hold invoices, in blocks (default
+    /// [`crate::config::DEFAULT_HOLD_CLTV_EXPIRY_DELTA`], 144): the longer, the more time the
+    /// merchant has to settle or cancel a held payment, and the longer the payer's funds are
+    /// locked if the node goes away. Accepted range: 36 to 1008 blocks.
+    pub fn hold_cltv_expiry_delta(mut self, blocks: u16) -> Self {
+        self.hold_cltv_expiry_delta = blocks;
+        self
+    }
     /// How often to poll the chain (default 30 s).
     pub fn sync_interval(mut self, interval: Duration) -> Self {
         self.sync_interval = interval;
@@ -203,6 +219,14 @@ impl Builder {
                 return Err(Error::InvalidConfig("alias is longer than 32 bytes".into()));
             }
         }
+        if !(MIN_HOLD_CLTV_EXPIRY_DELTA..=MAX_HOLD_CLTV_EXPIRY_DELTA)
+            .contains(&self.hold_cltv_expiry_delta)
+        {
+            return Err(Error::InvalidConfig(format!(
+                "hold_cltv_expiry_delta must be {MIN_HOLD_CLTV_EXPIRY_DELTA}..={MAX_HOLD_CLTV_EXPIRY_DELTA} blocks, got {}",
+                self.hold_cltv_expiry_delta
+            )));
+        }
         if self.sync_interval.is_zero() {
             return Err(Error::InvalidConfig(
                 "sync_interval must be positive".into(),
@@ -221,6 +245,7 @@ impl Builder {
             alias: self.alias.clone(),
             anchor_reserve_per_channel_sat: self.anchor_reserve_per_channel_sat,
             accept_keysend: self.accept_keysend,
+            hold_cltv_expiry_delta: self.hold_cltv_expiry_delta,
             sync_interval: self.sync_interval,
             fee_update_interval: self.fee_update_interval,
             user_config,
@@ -582,5 +607,56 @@ fn load_or_create_mnemonic(
             Ok(m)
         }
         Err(e) => Err(Error::Storage(format!("{}: {e}", path.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builder() -> Builder {
+        Builder::new()
+            .network(Network::Regtest)
+            .storage_dir("/nonexistent/lightkeeper-config-test")
+            .chain_source_bitcoind_rpc("127.0.0.1", 18443, "u", "p")
+    }
+
+    fn config_error(b: Builder) -> String {
+        match b.config() {
+            Err(Error::InvalidConfig(m)) => m,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = builder().config().unwrap();
+        assert_eq!(
+            c.hold_cltv_expiry_delta,
+            crate::config::DEFAULT_HOLD_CLTV_EXPIRY_DELTA
+        );
+        assert!(
+            c.user_config
+                .channel_handshake_config
+                .negotiate_anchors_zero_fee_htlc_tx
+        );
+    }
+
+    #[test]
+    fn out_of_range_settings_are_refused_with_their_name() {
+        for blocks in [0, 35, 1009, u16::MAX] {
+            let m = config_error(builder().hold_cltv_expiry_delta(blocks));
+            assert!(m.contains("hold_cltv_expiry_delta"), "{m}");
+        }
+        for blocks in [36, 144, 1008] {
+            let c = builder().hold_cltv_expiry_delta(blocks).config().unwrap();
+            assert_eq!(c.hold_cltv_expiry_delta, blocks);
+        }
+        let m = config_error(builder().sync_interval(Duration::ZERO));
+        assert!(m.contains("sync_interval"), "{m}");
+        let m = config_error(builder().alias("x".repeat(33)));
+        assert!(m.contains("alias"), "{m}");
+        let m = config_error(Builder::new().network(Network::Regtest).storage_dir("/x"));
+        assert!(m.contains("chain source"), "{m}");
     }
 }

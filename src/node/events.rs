@@ -63,6 +63,15 @@ pub enum Event {
         /// Block height by which the HTLC must be claimed, if any.
         claim_deadline: Option<u32>,
     },
+    /// A held payment (see [`Event::PaymentClaimable`]) was neither claimed nor failed before
+    /// its claim deadline, so the node failed it back to protect the channel. The hold
+    /// invoice is closed: its payment record is failed and a retry is refused.
+    HeldPaymentTimedOut {
+        /// The payment hash.
+        payment_hash: PaymentHash,
+        /// What the payer had sent, in msat, when known.
+        amount_msat: Option<u64>,
+    },
     /// A payment to us was received and claimed.
     PaymentReceived {
         /// The payment hash.
@@ -151,6 +160,10 @@ mod ser {
         (8, OnchainFundsReceived) => {
             (0, txid, required),
             (2, amount_sat, required),
+        },
+        (9, HeldPaymentTimedOut) => {
+            (0, payment_hash, required),
+            (2, amount_msat, option),
         },
     );
 }

@@ -6,7 +6,11 @@ use std::sync::Arc;
 use bitcoin::blockdata::locktime::absolute::LockTime;
 use lightning::chain::chaininterface::ConfirmationTarget;
 use lightning::events::bump_transaction::sync::{BumpTransactionEventHandlerSync, WalletSync};
-use lightning::events::{Event as LdkEvent, PaymentPurpose, ReplayEvent};
+use lightning::events::{
+    Event as LdkEvent, HTLCHandlingFailureReason, HTLCHandlingFailureType, PaymentPurpose,
+    ReplayEvent,
+};
+use lightning::ln::LocalHTLCFailureReason;
 use lightning_types::payment::PaymentHash;
 
 use super::chain::{Broadcaster, Fees};
@@ -336,10 +340,56 @@ impl EventHandler {
                 ..
             } => {
                 log::info!("HTLC handling failed: {failure_type:?} {failure_reason:?}");
+                if let (
+                    HTLCHandlingFailureType::Receive { payment_hash },
+                    Some(HTLCHandlingFailureReason::Local {
+                        reason: LocalHTLCFailureReason::PaymentClaimBuffer,
+                    }),
+                ) = (failure_type, failure_reason)
+                {
+                    self.on_hold_timed_out(payment_hash)?;
+                }
             }
             other => log::debug!("unhandled LDK event: {other:?}"),
         }
         Ok(())
+    }
+
+    /// LDK failed back a claimable HTLC that reached its claim deadline. For a held payment
+    /// this closes the hold invoice: the record fails and the application hears of it once
+    /// (an MPP payment fails back one HTLC at a time).
+    fn on_hold_timed_out(&self, payment_hash: PaymentHash) -> Result<(), ReplayEvent> {
+        let record = self
+            .payments
+            .get(&payment_hash, PaymentDirection::Inbound)
+            .map_err(|_| ReplayEvent())?;
+        let Some(record) = record else { return Ok(()) };
+        if record.kind != PaymentKind::Bolt11Hold || record.status != PaymentStatus::Pending {
+            return Ok(());
+        }
+        log::warn!("held payment {payment_hash} reached its claim deadline and was failed back");
+        let amount_msat = record.amount_msat;
+        self.events
+            .push_with(
+                Event::HeldPaymentTimedOut {
+                    payment_hash,
+                    amount_msat,
+                },
+                |c| {
+                    update_in(c, &payment_hash, PaymentDirection::Inbound, |p| {
+                        p.status = PaymentStatus::Failed;
+                        p.failure_reason =
+                            Some("held past its claim deadline: the node failed it back".into());
+                    })?;
+                    Ok(())
+                },
+            )
+            .map_err(|e| {
+                log::error!(
+                    "could not record the timeout of {payment_hash}, LDK will replay it: {e}"
+                );
+                ReplayEvent()
+            })
     }
 
     fn on_claimable(

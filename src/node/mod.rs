@@ -706,6 +706,8 @@ impl Node {
             description: Bolt11InvoiceDescription::Direct(description),
             invoice_expiry_delta_secs: Some(expiry_secs),
             payment_hash: hold_hash,
+            min_final_cltv_expiry_delta: hold_hash
+                .map(|_| self.inner.config.hold_cltv_expiry_delta),
             ..Default::default()
         };
         let invoice = self

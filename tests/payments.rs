@@ -147,6 +147,13 @@ fn two_nodes_pay_restart_and_cooperative_close() {
     // Restart B from its directory: channel, balances and history survive.
     let b_channel_before = channel(&b, chan).is_none();
     assert!(b_channel_before, "B's user_channel_id differs from A's");
+    // A's success can precede the end of the commitment update that moves B's balance.
+    wait_until(T, "no HTLC in flight", || {
+        a.list_channels()
+            .iter()
+            .chain(b.list_channels().iter())
+            .all(|c| c.pending_htlcs == 0)
+    });
     let b_chans = b.list_channels();
     let b_payments = b.list_payments().unwrap();
     let b_addr = b.listening_addresses();

@@ -79,6 +79,10 @@ pub struct ChannelDetails {
     pub is_outbound: bool,
     /// Confirmations of the funding transaction.
     pub confirmations: Option<u32>,
+    /// HTLCs in flight on the channel, both directions. The balances above settle only once
+    /// this is 0: a payment's sender may already have its success while the commitment
+    /// update that moves the funds is still under way.
+    pub pending_htlcs: usize,
 }
 
 /// A peer the node knows.
@@ -645,6 +649,7 @@ impl Node {
                     is_announced: c.is_announced,
                     is_outbound: c.is_outbound,
                     confirmations: c.confirmations,
+                    pending_htlcs: c.pending_inbound_htlcs.len() + c.pending_outbound_htlcs.len(),
                 }
             })
             .collect()

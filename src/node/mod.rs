@@ -713,7 +713,6 @@ impl Node {
             payment_hash: hold_hash,
             min_final_cltv_expiry_delta: hold_hash
                 .map(|_| self.inner.config.hold_cltv_expiry_delta),
-            ..Default::default()
         };
         let invoice = self
             .inner

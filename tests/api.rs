@@ -581,6 +581,55 @@ async fn rest_api_against_regtest_instance() {
         assert!(Instant::now() < deadline, "outbound payment: {v}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A keysend from the merchant to the customer: accepted, then succeeded, recorded as an
+    // outbound keysend with its preimage; the customer got exactly the amount.
+    let customer_id = world.customer.node_id().to_string();
+    let (s, r) = t
+        .req(
+            Method::POST,
+            "/v1/payments/keysend",
+            a,
+            Some(json!({"node_id": customer_id, "amount_msat": 7_000_000})),
+        )
+        .await;
+    assert_eq!(s, 202, "{r}");
+    let ks_hash = r["payment_hash"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ks = loop {
+        let (_, v) = t
+            .req(Method::GET, &format!("/v1/payments/{ks_hash}"), a, None)
+            .await;
+        if v["status"] == "succeeded" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "keysend: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ks["kind"], "keysend", "{ks}");
+    assert_eq!(ks["direction"], "outbound", "{ks}");
+    assert_eq!(ks["amount_msat"], 7_000_000, "{ks}");
+    assert!(
+        ks["preimage"].as_str().is_some_and(|p| p.len() == 64),
+        "{ks}"
+    );
+    let cust = world.customer.clone();
+    let hash =
+        lightkeeper::PaymentHash(<[u8; 32] as bitcoin::hex::FromHex>::from_hex(&ks_hash).unwrap());
+    tokio::task::spawn_blocking(move || {
+        lightkeeper_harness::wait_until(
+            Duration::from_secs(30),
+            "customer received the keysend",
+            || {
+                cust.payment(&hash).unwrap().is_some_and(|p| {
+                    p.status == lightkeeper::PaymentStatus::Succeeded
+                        && p.amount_msat == Some(7_000_000)
+                        && p.direction == lightkeeper::PaymentDirection::Inbound
+                })
+            },
+        )
+    })
+    .await
+    .unwrap();
     err(
         &t.req(
             Method::POST,

@@ -294,6 +294,48 @@ mod tests {
         }
     }
 
+    /// One of each variant: its serde tag, `event_type()` and the webhook filter list agree,
+    /// in declaration order. A new variant must be added here, which points at the list.
+    #[test]
+    fn event_names_agree_with_the_webhook_filter_list() {
+        let ts = rfc3339_now();
+        let all = [
+            DomainEvent::InvoiceCreated(data("a")),
+            DomainEvent::InvoiceAccepted(data("a")),
+            DomainEvent::PaymentReceived(data("a")),
+            DomainEvent::InvoiceCancelled(data("a")),
+            DomainEvent::InvoiceExpired(data("a")),
+            DomainEvent::PaymentSent {
+                payment_hash: "00".repeat(32),
+                amount_msat: Some(1),
+                fee_msat: 0,
+                timestamp: ts.clone(),
+            },
+            DomainEvent::PaymentFailed {
+                payment_hash: None,
+                reason: "r".into(),
+                timestamp: ts.clone(),
+            },
+            DomainEvent::ChannelOpened {
+                channel_id: "c".into(),
+                counterparty: "n".into(),
+                timestamp: ts.clone(),
+            },
+            DomainEvent::ChannelClosed {
+                channel_id: "c".into(),
+                counterparty: None,
+                reason: "r".into(),
+                timestamp: ts,
+            },
+        ];
+        let names: Vec<&str> = all.iter().map(|e| e.event_type()).collect();
+        assert_eq!(names, crate::webhook::EVENT_TYPES);
+        for e in &all {
+            let json = serde_json::to_value(e).unwrap();
+            assert_eq!(json["event"], e.event_type());
+        }
+    }
+
     #[test]
     fn append_replay_and_payload_shape() {
         let dir = tempfile::tempdir().unwrap();

@@ -42,6 +42,18 @@ pub struct Figures {
     p50_ms: f64,
     p99_ms: f64,
     par_per_sec: f64,
+    par_cpu_ms_per_payment: f64,
+}
+
+/// CPU time (user + system) this process has used so far, from `/proc/self/stat` (clock ticks
+/// of 10 ms), in ms; `None` where that file does not exist.
+fn process_cpu_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks * 10.0)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -77,6 +89,7 @@ fn run(pair: &impl Pair) -> Figures {
     let mut pending = HashSet::new();
     let mut next = invoices.iter();
     let mut done = 0;
+    let cpu0 = process_cpu_ms();
     let start = Instant::now();
     while done < PAYMENTS {
         while pending.len() < IN_FLIGHT {
@@ -89,12 +102,17 @@ fn run(pair: &impl Pair) -> Figures {
         pair.drain_merchant();
     }
     let par_per_sec = PAYMENTS as f64 / start.elapsed().as_secs_f64();
+    let par_cpu_ms_per_payment = match (cpu0, process_cpu_ms()) {
+        (Some(a), Some(b)) => (b - a) / PAYMENTS as f64,
+        _ => f64::NAN,
+    };
     Figures {
         invoices_per_sec,
         seq_per_sec,
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
         par_per_sec,
+        par_cpu_ms_per_payment,
     }
 }
 
@@ -162,5 +180,14 @@ fn main() {
         ours.par_per_sec,
         base.map(|b| b.par_per_sec),
         true,
+    );
+    // Both nodes run in this process, so this is the CPU both sides spent per payment (bench
+    // loop included, bitcoind excluded): with 2 cores, 1000 / (2 x this) is the CPU-bound rate.
+    line(
+        "parallel_16_cpu_per_payment",
+        "ms",
+        ours.par_cpu_ms_per_payment,
+        base.map(|b| b.par_cpu_ms_per_payment),
+        false,
     );
 }

@@ -14,8 +14,9 @@ pub const DEFAULT_ANCHOR_RESERVE_SAT: u64 = 25_000;
 
 /// Default blocks a hold invoice's payer must leave between the chain tip and the HTLC's expiry
 /// (the invoice's `min_final_cltv_expiry_delta`): 144 blocks, about a day. The node fails a held
-/// payment back about 24 blocks before that expiry, so the merchant has roughly 20 hours (more
-/// when the payer adds a random CLTV offset) to settle or cancel it.
+/// payment back 39 blocks (LDK's `HTLC_FAIL_BACK_BUFFER`) before that expiry, so the merchant has
+/// at least 105 blocks, about 17 hours (more when the payer adds a random CLTV offset), to
+/// settle or cancel it.
 pub const DEFAULT_HOLD_CLTV_EXPIRY_DELTA: u16 = 144;
 
 /// Everything a [`crate::Node`] is built from. Use [`crate::Builder`] to fill it.

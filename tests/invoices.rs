@@ -512,8 +512,8 @@ fn hold_invoices_settled_and_cancelled() {
     }
     eprintln!("[hold] failed back after {mined} blocks");
     // The merchant had at least the hold delta (144 blocks by default) minus LDK's fail-back
-    // buffer (24 blocks) to decide.
-    assert!(mined >= 120, "failed back after only {mined} blocks");
+    // buffer (39 blocks) to decide: at least 105 blocks, more with the payer's random offset.
+    assert!(mined >= 105, "failed back after only {mined} blocks");
     assert_eq!(status(&m, &h3.id), InvoiceStatus::Cancelled);
     match expect_event(&a, T, |e| {
         matches!(

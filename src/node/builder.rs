@@ -47,8 +47,9 @@ use crate::Error;
 /// The mnemonic file's name inside the storage directory.
 pub const MNEMONIC_FILE_NAME: &str = "mnemonic";
 
-/// Smallest hold-invoice CLTV delta accepted: LDK's own minimum final delta plus headroom.
-const MIN_HOLD_CLTV_EXPIRY_DELTA: u16 = 36;
+/// Smallest hold-invoice CLTV delta accepted: LDK's own minimum final delta (42 blocks, of
+/// which 39 are its fail-back buffer).
+const MIN_HOLD_CLTV_EXPIRY_DELTA: u16 = lightning::ln::channelmanager::MIN_FINAL_CLTV_EXPIRY_DELTA;
 /// Largest hold-invoice CLTV delta accepted (a week): payers cap a route's total CLTV delta at
 /// 2016 blocks, and the hops before us need their share of it.
 const MAX_HOLD_CLTV_EXPIRY_DELTA: u16 = 1008;
@@ -180,7 +181,7 @@ impl Builder {
     /// Final CLTV expiry delta of hold invoices, in blocks (default
     /// [`crate::config::DEFAULT_HOLD_CLTV_EXPIRY_DELTA`], 144): the longer, the more time the
     /// merchant has to settle or cancel a held payment, and the longer the payer's funds are
-    /// locked if the node goes away. Accepted range: 36 to 1008 blocks.
+    /// locked if the node goes away. Accepted range: 42 (LDK's minimum) to 1008 blocks.
     pub fn hold_cltv_expiry_delta(mut self, blocks: u16) -> Self {
         self.hold_cltv_expiry_delta = blocks;
         self
@@ -644,11 +645,11 @@ mod tests {
 
     #[test]
     fn out_of_range_settings_are_refused_with_their_name() {
-        for blocks in [0, 35, 1009, u16::MAX] {
+        for blocks in [0, 41, 1009, u16::MAX] {
             let m = config_error(builder().hold_cltv_expiry_delta(blocks));
             assert!(m.contains("hold_cltv_expiry_delta"), "{m}");
         }
-        for blocks in [36, 144, 1008] {
+        for blocks in [42, 144, 1008] {
             let c = builder().hold_cltv_expiry_delta(blocks).config().unwrap();
             assert_eq!(c.hold_cltv_expiry_delta, blocks);
         }

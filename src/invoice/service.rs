@@ -422,12 +422,9 @@ impl InvoiceService {
         payment_hash: Hash32,
         amount_msat: u64,
     ) -> Result<Option<Invoice>, InvoiceError> {
-        let Some(inv) = self.by_payment_hash(&payment_hash)? else {
-            return Ok(None);
-        };
         let now = now_unix();
-        let out = self.transition(
-            &inv.id,
+        let out = self.transition_by_hash(
+            &payment_hash,
             &[InvoiceStatus::Open],
             InvoiceStatus::Accepted,
             |i| {
@@ -435,6 +432,7 @@ impl InvoiceService {
                 i.accepted_at = Some(now);
             },
         )?;
+        let Some(out) = out else { return Ok(None) };
         match out {
             Outcome::Applied(i) | Outcome::Unchanged(i) => Ok(Some(i)),
             Outcome::Refused(i) if matches!(i.status, InvoiceStatus::Settled) => Ok(Some(i)),
@@ -460,16 +458,14 @@ impl InvoiceService {
     /// # Errors
     /// [`InvoiceError::Storage`].
     pub fn on_hold_timed_out(&self, payment_hash: Hash32) -> Result<Option<Invoice>, InvoiceError> {
-        let Some(inv) = self.by_payment_hash(&payment_hash)? else {
-            return Ok(None);
-        };
         let now = now_unix();
-        let out = self.transition(
-            &inv.id,
+        let out = self.transition_by_hash(
+            &payment_hash,
             &[InvoiceStatus::Accepted],
             InvoiceStatus::Cancelled,
             |i| i.closed_at = Some(now),
         )?;
+        let Some(out) = out else { return Ok(None) };
         match out {
             Outcome::Applied(i) => {
                 log::warn!(
@@ -618,6 +614,21 @@ impl InvoiceService {
 
     /// Moves invoice `id` from one of `from` to `to` (applying `mutate`) and appends the
     /// matching event, in one transaction; then publishes the event.
+    /// [`Self::transition`] for the invoice with `payment_hash`; `None` when the hash is not
+    /// one of this service's invoices.
+    fn transition_by_hash(
+        &self,
+        payment_hash: &Hash32,
+        from: &[InvoiceStatus],
+        to: InvoiceStatus,
+        mutate: impl FnOnce(&mut Invoice),
+    ) -> Result<Option<Outcome>, InvoiceError> {
+        let Some(inv) = self.by_payment_hash(payment_hash)? else {
+            return Ok(None);
+        };
+        self.transition(&inv.id, from, to, mutate).map(Some)
+    }
+
     fn transition(
         &self,
         id: &str,

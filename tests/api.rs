@@ -39,6 +39,21 @@ impl T {
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
     }
+    /// Polls `GET /v1/payments/{hash}` until it reports `succeeded` (30 s at most) and
+    /// returns that view.
+    async fn payment_succeeded(&self, hash: &str, token: Option<&str>) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, v) = self
+                .req(Method::GET, &format!("/v1/payments/{hash}"), token, None)
+                .await;
+            if v["status"] == "succeeded" {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "payment {hash}: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     async fn raw(
         &self,
         m: Method,
@@ -570,17 +585,7 @@ async fn rest_api_against_regtest_instance() {
         .await;
     assert_eq!(s, 202, "{r}");
     let out_hash = r["payment_hash"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, v) = t
-            .req(Method::GET, &format!("/v1/payments/{out_hash}"), a, None)
-            .await;
-        if v["status"] == "succeeded" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "outbound payment: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    t.payment_succeeded(&out_hash, a).await;
     // A keysend from the merchant to the customer: accepted, then succeeded, recorded as an
     // outbound keysend with its preimage; the customer got exactly the amount.
     let customer_id = world.customer.node_id().to_string();
@@ -594,17 +599,7 @@ async fn rest_api_against_regtest_instance() {
         .await;
     assert_eq!(s, 202, "{r}");
     let ks_hash = r["payment_hash"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let ks = loop {
-        let (_, v) = t
-            .req(Method::GET, &format!("/v1/payments/{ks_hash}"), a, None)
-            .await;
-        if v["status"] == "succeeded" {
-            break v;
-        }
-        assert!(Instant::now() < deadline, "keysend: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let ks = t.payment_succeeded(&ks_hash, a).await;
     assert_eq!(ks["kind"], "keysend", "{ks}");
     assert_eq!(ks["direction"], "outbound", "{ks}");
     assert_eq!(ks["amount_msat"], 7_000_000, "{ks}");

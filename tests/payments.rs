@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use lightkeeper::{Error, Event, PaymentDirection, PaymentHash, PaymentStatus};
-use lightkeeper_harness::{channel, expect_event, tempdir, wait_until, Regtest};
+use lightkeeper_harness::{
+    channel, expect_event, tempdir, wait_htlcs_settled, wait_until, Regtest,
+};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -148,12 +150,7 @@ fn two_nodes_pay_restart_and_cooperative_close() {
     let b_channel_before = channel(&b, chan).is_none();
     assert!(b_channel_before, "B's user_channel_id differs from A's");
     // A's success can precede the end of the commitment update that moves B's balance.
-    wait_until(T, "no HTLC in flight", || {
-        a.list_channels()
-            .iter()
-            .chain(b.list_channels().iter())
-            .all(|c| c.pending_htlcs == 0)
-    });
+    wait_htlcs_settled(&[&a, &b], T);
     let b_chans = b.list_channels();
     let b_payments = b.list_payments().unwrap();
     let b_addr = b.listening_addresses();

@@ -12,7 +12,7 @@ use bitcoin::Txid;
 use lightkeeper::tower::server::BitcoindRpc;
 use lightkeeper::tower::{ReplicaConfig, ReplicationConfig, ReplicationMode, Tower, TowerConfig};
 use lightkeeper::{Event, Node, PaymentStatus};
-use lightkeeper_harness::{expect_event, tempdir, wait_until, Regtest};
+use lightkeeper_harness::{expect_event, tempdir, wait_htlcs_settled, wait_until, Regtest};
 
 const T: Duration = Duration::from_secs(30);
 const CAPACITY: u64 = 1_000_000;
@@ -31,17 +31,7 @@ fn pay(payer: &Node, payee: &Node, sat: u64) {
         T,
         |e| matches!(e, Event::PaymentReceived { payment_hash, .. } if *payment_hash == hash),
     );
-    settle(payer, payee);
-}
-
-/// Waits until neither side has an HTLC in flight (the commitment dance is over).
-fn settle(a: &Node, b: &Node) {
-    wait_until(T, "commitments settled", || {
-        [a, b]
-            .iter()
-            .flat_map(|n| n.list_channels())
-            .all(|c| c.pending_htlcs == 0)
-    });
+    wait_htlcs_settled(&[payer, payee], T);
 }
 
 fn total(n: &Node) -> u64 {

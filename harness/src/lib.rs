@@ -307,6 +307,20 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     panic!("timed out after {timeout:?} waiting for: {what}");
 }
 
+/// Waits until no channel of `nodes` has an HTLC in flight: the commitment updates are over
+/// and the balances final (a payer's success can arrive before that).
+///
+/// # Panics
+/// On timeout.
+pub fn wait_htlcs_settled(nodes: &[&Node], timeout: Duration) {
+    wait_until(timeout, "no HTLC in flight", || {
+        nodes
+            .iter()
+            .flat_map(|n| n.list_channels())
+            .all(|c| c.pending_htlcs == 0)
+    });
+}
+
 /// Waits for the next event, acknowledges it and returns it; events that do not match `want`
 /// are acknowledged and skipped, except failures, which panic with the event.
 ///

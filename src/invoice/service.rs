@@ -612,8 +612,6 @@ impl InvoiceService {
             .ok_or_else(|| InvoiceError::NotFound(format!("no invoice with id {id:?}")))
     }
 
-    /// Moves invoice `id` from one of `from` to `to` (applying `mutate`) and appends the
-    /// matching event, in one transaction; then publishes the event.
     /// [`Self::transition`] for the invoice with `payment_hash`; `None` when the hash is not
     /// one of this service's invoices.
     fn transition_by_hash(
@@ -629,6 +627,8 @@ impl InvoiceService {
         self.transition(&inv.id, from, to, mutate).map(Some)
     }
 
+    /// Moves invoice `id` from one of `from` to `to` (applying `mutate`) and appends the
+    /// matching event, in one transaction; then publishes the event.
     fn transition(
         &self,
         id: &str,
